@@ -1,0 +1,11 @@
+rule make_batches:
+    output:
+        tokens=f"{RESULTS}/data/{{experiment}}.npy",
+    params:
+        data=lambda wildcards: experiments.data_settings(config, wildcards.experiment),
+    log:
+        f"{RESULTS}/logs/data/{{experiment}}.log",
+    conda:
+        "../../envs/curvature.yaml"
+    script:
+        "../scripts/make_batches.py"

@@ -1,0 +1,56 @@
+rule growth_seed:
+    input:
+        tokens=growth_data,
+        code=package_sources(
+            "curvature", "data", "devices", "experiments", "growth", "losses", "models"
+        ),
+    output:
+        result=f"{RESULTS}/growth/{{config}}/seed={{seed}}.pickle",
+    params:
+        growth_config=lambda wildcards: dataclasses.asdict(GROWTH[wildcards.config]),
+        settings=growth_settings,
+        sigmas=lambda wildcards: sigmas(wildcards.config),
+        device=config["device"],
+    threads: config["growth"]["threads"]
+    resources:
+        gpu=config["growth"]["gpu"],
+    log:
+        f"{RESULTS}/logs/growth/{{config}}/seed={{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/growth/{{config}}/seed={{seed}}.tsv"
+    conda:
+        "../../envs/curvature.yaml"
+    script:
+        "../scripts/growth_seed.py"
+
+
+rule collect_attention_growth:
+    input:
+        seeds=growth_seed_results,
+        code=package_sources("experiments", "results_io"),
+    output:
+        **attention_result_files(f"{RESULTS}/{{{{config}}}}_{{name}}.pickle"),
+    wildcard_constraints:
+        config=one_of(ATTENTION_CONFIGS),
+    log:
+        f"{RESULTS}/logs/collect/{{config}}.log",
+    conda:
+        "../../envs/plotting.yaml"
+    script:
+        "../scripts/collect_growth.py"
+
+
+rule collect_mlp_growth:
+    input:
+        seeds=growth_seed_results,
+        code=package_sources("experiments", "results_io"),
+    output:
+        frob_mlp=f"{RESULTS}/{{config}}_frob_mlp.pickle",
+    wildcard_constraints:
+        config=one_of(MLP_CONFIGS),
+    log:
+        f"{RESULTS}/logs/collect/{{config}}.log",
+    conda:
+        "../../envs/plotting.yaml"
+    script:
+        "../scripts/collect_growth.py"
