@@ -30,3 +30,11 @@ lint: setup
 # Removes the quick preset's outputs only; the paper's results/ stay.
 clean:
 	rm -rf results/quick figures/quick
+
+# Times the notebook's method against the workflow's growth job (not a test).
+bench: setup
+	$(BIN)/python bench/run_benchmark.py
+
+# Runs a tiny preset through a real one-node SLURM cluster on localhost.
+test-slurm: setup
+	bash tests/slurm/run_slurm_test.sh

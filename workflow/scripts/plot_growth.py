@@ -1,0 +1,44 @@
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the package lives in workflow/
+
+from transformer_curvature.experiments import BLOCK_LETTERS, MATRIX_SUFFIXES
+from transformer_curvature.plotting import plot_growth
+from transformer_curvature.results_io import load_results
+
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
+logger = logging.getLogger("plot_growth")
+
+# Input names follow the authors' result files: frob_<block letter><matrix suffix>.
+INPUT_NAMES = {
+    f"frob_{letter}{suffix}": (block, matrix)
+    for block, letter in BLOCK_LETTERS.items()
+    for matrix, suffix in MATRIX_SUFFIXES.items()
+}
+
+config = snakemake.params.config
+results: dict[str, dict] = {}
+for name, path in snakemake.input.items():
+    if name == "code":  # package sources, listed so that edits rerun the figure
+        continue
+    if name not in INPUT_NAMES:
+        raise ValueError(
+            f"input {name!r} is not a growth result. Name each input one of {sorted(INPUT_NAMES)}."
+        )
+    block, matrix = INPUT_NAMES[name]
+    logger.info("Loading %s (%s, %s) from %s", name, block, matrix, path)
+    results.setdefault(block, {})[matrix] = load_results(path)
+
+plot_growth(
+    results,
+    snakemake.params.sigmas,
+    config["name"],
+    model=config["model"],
+    norm=config["norm"],
+    linear_attention=config["linear_attention"],
+    num_layers=config["num_layers"],
+    log_axes=snakemake.params.log_axes,
+    output_path=snakemake.output.figure,
+)
