@@ -172,8 +172,11 @@ def test_changed_configuration_reruns_only_its_jobs(tiny_run, tmp_path):
         "growth_seed": 2,
         "collect_attention_growth": 1,
         "plot_growth": 1,
+        # The two tables gather every configuration, so they are rebuilt.
+        "write_exponent_table": 1,
+        "write_norm_table": 1,
     }
-    assert {wildcards["config"] for _, wildcards in jobs} == {pre_ln}
+    assert {wildcards["config"] for _, wildcards in jobs if wildcards} == {pre_ln}
 
 
 def pinned(lines: list[str]) -> dict[str, str]:

@@ -1,21 +1,39 @@
 import dataclasses
+import os
 import re
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
+from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir, "workflow")))
-from transformer_curvature import experiments  # noqa: E402
+from transformer_curvature import config_validation, experiments  # noqa: E402
+from transformer_curvature.results_io import ResultWriteError, check_output_dir  # noqa: E402
 
+# The quick preset's results take 124 MB, 123 MB of them dense Hessians
+# (dense.d_model 16, as in the paper's settings). 256 MiB leaves room for logs.
+MIN_FREE_BYTES = 256 * 2**20
 
-validate(config, "../schemas/config.schema.yaml")
+# Every key is checked before any job is built: a wrong value stops the run
+# with its key path, the value and what is allowed.
 try:
+    config_validation.validate_config(
+        config, Path(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+    )
     experiments.check_config(config)
 except experiments.ConfigError as error:
-    raise ValueError(f"Invalid config: {error}") from None
+    message = str(error)
+    if not message.startswith("Invalid config"):
+        message = f"Invalid config (1 problem):\n  {message}"
+    raise WorkflowError(message) from None
 
 RESULTS, FIGURES = (str(path) for path in experiments.output_dirs(config))
+try:
+    for output_dir in (RESULTS, FIGURES):
+        check_output_dir(output_dir, MIN_FREE_BYTES)
+except ResultWriteError as error:
+    raise WorkflowError(str(error)) from None
+
 GROWTH = experiments.growth_configs(config)
 ATTENTION_CONFIGS = [name for name, spec in GROWTH.items() if spec.model != "mlp"]
 MLP_CONFIGS = [name for name, spec in GROWTH.items() if spec.model == "mlp"]
@@ -30,9 +48,16 @@ def one_of(names):
 
 
 def package_sources(*modules):
-    """Return the package modules a rule's results depend on, so edits rerun it."""
+    """Return the package modules a rule's results depend on, so edits rerun it.
+
+    The paths are relative to the working directory where they can be, so a
+    moved checkout does not count as changed input.
+    """
     package = Path(workflow.basedir, "workflow", "transformer_curvature")
-    return [str(package / f"{module}.py") for module in ("__init__",) + modules]
+    return [
+        os.path.relpath(package / f"{module}.py")
+        for module in ("__init__",) + modules
+    ]
 
 
 wildcard_constraints:

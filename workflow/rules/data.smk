@@ -1,4 +1,6 @@
 rule make_batches:
+    input:
+        code=package_sources("data", "jobs", "results_io"),
     output:
         tokens=f"{RESULTS}/data/{{experiment}}.npy",
     params:

@@ -1,4 +1,13 @@
-DENSE_SOURCES = ("curvature", "data", "dense", "devices", "losses", "models")
+DENSE_SOURCES = (
+    "curvature",
+    "data",
+    "dense",
+    "devices",
+    "jobs",
+    "losses",
+    "models",
+    "results_io",
+)
 
 
 rule dense_heterogeneity:

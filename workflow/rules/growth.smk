@@ -2,13 +2,27 @@ rule growth_seed:
     input:
         tokens=growth_data,
         code=package_sources(
-            "curvature", "data", "devices", "experiments", "growth", "losses", "models"
+            "curvature",
+            "data",
+            "devices",
+            "experiments",
+            "growth",
+            "jobs",
+            "losses",
+            "models",
+            "provenance",
+            "results_io",
+            "split_forward",
         ),
     output:
         result=f"{RESULTS}/growth/{{config}}/seed={{seed}}.pickle",
+        provenance=f"{RESULTS}/growth/{{config}}/seed={{seed}}.provenance.json",
     params:
         growth_config=lambda wildcards: dataclasses.asdict(GROWTH[wildcards.config]),
         settings=growth_settings,
+        data=lambda wildcards: experiments.data_settings(
+            config, GROWTH[wildcards.config].experiment
+        ),
         sigmas=lambda wildcards: sigmas(wildcards.config),
         device=config["device"],
     threads: config["growth"]["threads"]

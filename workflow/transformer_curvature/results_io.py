@@ -2,20 +2,32 @@
 
 Result pickles hold numbers, strings, lists, tuples, dicts and NumPy arrays.
 `load_results` uses a restricted unpickler, so a file that would build any
-other object (and could run code on load) is rejected.
+other object (and could run code on load) is rejected before that object is
+built.
+
+Writes go through a temporary file in the target's folder and a rename, so a
+job killed mid-write leaves no partial file at the target path. A write that
+fails for lack of space or permission raises `ResultWriteError`, which names
+the path and what to do.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-# The globals a pickle of plain data and NumPy arrays needs.
+# The globals a pickle of plain data and NumPy arrays needs. NumPy 2 moved
+# numpy.core to numpy._core; both names are listed so that files written under
+# either version load.
 _ALLOWED_GLOBALS = {
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
@@ -32,18 +44,60 @@ _ALLOWED_GLOBALS = {
     ("builtins", "complex"),
 }
 
+# Suffix of the temporary files of `atomic_write_bytes`. tempfile adds 8
+# random characters from [a-z0-9_] between the prefix and the suffix.
+_PARTIAL_SUFFIX = ".partial"
+_RANDOM_PART = r"[a-z0-9_]{8}"
+
+# Advice for a failed write, by errno.
+_WRITE_ADVICE = {
+    errno.ENOSPC: "The file system is full: free some space there, or run the "
+    "workflow from another directory (snakemake --directory).",
+    errno.EDQUOT: "The disk quota is exhausted: free some space there, or run "
+    "the workflow from another directory (snakemake --directory).",
+    errno.EACCES: "Permission denied: make the folder writable for this user, "
+    "or run the workflow from another directory (snakemake --directory).",
+    errno.EPERM: "Operation not permitted: make the folder writable for this "
+    "user, or run the workflow from another directory (snakemake --directory).",
+    errno.EROFS: "The file system is read-only: run the workflow from a "
+    "writable directory (snakemake --directory).",
+    errno.ENOTDIR: "A component of the path is a file, not a folder: move that "
+    "file away.",
+    errno.EEXIST: "A component of the path is a file, not a folder: move that "
+    "file away.",
+}
+
 
 class UnsafeResultError(pickle.UnpicklingError):
     """A result file refers to a Python object other than plain data."""
 
 
+class ResultWriteError(OSError):
+    """Error raised when a result file or output folder cannot be written.
+
+    The message names the path and the remedy. ``errno`` and ``filename`` are
+    those of the underlying error, where there is one.
+    """
+
+    def __str__(self) -> str:
+        # OSError would prefix "[Errno N]" and repeat the path once errno is set.
+        return str(self.args[0])
+
+
 class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals in `_ALLOWED_GLOBALS`."""
+
+    def __init__(self, file: io.BufferedIOBase, path: str) -> None:
+        super().__init__(file)
+        self.path = path
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in _ALLOWED_GLOBALS:
             raise UnsafeResultError(
                 f"{self.path}: refers to {module}.{name}, which is not plain data; "
                 "result files may hold only numbers, strings, lists, dicts and "
-                "NumPy arrays. Delete the file and rerun the rule that writes it."
+                "NumPy arrays. Nothing in the file was run. Delete the file and "
+                "rerun the rule that writes it."
             )
         return super().find_class(module, name)
 
@@ -52,22 +106,57 @@ def load_results(path: str | os.PathLike) -> Any:
     """Load a result pickle, rejecting anything but plain data.
 
     Raises:
-        UnsafeResultError: If the file refers to another Python object.
+        UnsafeResultError: If the file refers to another Python object. The
+            object is not built, so no code from the file runs.
     """
     with open(path, "rb") as handle:
-        unpickler = _PlainDataUnpickler(handle)
-        unpickler.path = str(path)
-        return unpickler.load()
+        return _PlainDataUnpickler(handle, str(path)).load()
+
+
+def _write_error(path: Path, error: OSError) -> ResultWriteError:
+    """Wrap `error` from writing `path` in a `ResultWriteError` that names the path and the remedy."""
+    advice = _WRITE_ADVICE.get(error.errno, "Check the path and the file system.")
+    reason = error.strerror or str(error)
+    wrapped = ResultWriteError(f"cannot write {path}: {reason}. {advice}")
+    wrapped.errno = error.errno
+    wrapped.filename = str(path)
+    return wrapped
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Delete temporary files that a killed writer of `path` left behind.
+
+    Snakemake runs one job per output path at a time, so no temporary file of
+    `path` belongs to a live writer when a new write starts.
+    """
+    pattern = re.compile(
+        rf"\.{re.escape(path.name)}\.{_RANDOM_PART}{re.escape(_PARTIAL_SUFFIX)}"
+    )
+    for candidate in path.parent.glob(f".{path.name}.*{_PARTIAL_SUFFIX}"):
+        if pattern.fullmatch(candidate.name):
+            candidate.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
     """Write `payload` to `path` through a temporary file and a rename.
 
-    A job killed mid-write leaves no partial file at `path`.
+    A job killed mid-write leaves no partial file at `path`. Its temporary
+    file, ``.<name>.<random>.partial`` beside `path`, is deleted by the next
+    write of `path`.
+
+    Raises:
+        ResultWriteError: If the folder cannot be created or the file cannot
+            be written (full disk, missing permission, a file in the way).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_partials(path)
+        descriptor, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=_PARTIAL_SUFFIX
+        )
+    except OSError as error:
+        raise _write_error(path, error) from error
     try:
         # mkstemp creates the file for its owner only; give it the usual mode.
         umask = os.umask(0)
@@ -78,20 +167,64 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise _write_error(path, error) from error
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
 def save_results(path: str | os.PathLike, results: Any) -> None:
-    """Pickle plain data to `path` atomically."""
+    """Pickle plain data to `path` atomically.
+
+    The bytes depend only on `results`: the same data, built in the same
+    order, pickles to the same bytes.
+    """
     atomic_write_bytes(path, pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """Write arrays to an ``.npz`` file atomically; load it with ``allow_pickle=False``."""
-    import io
-
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def check_output_dir(path: str | os.PathLike, min_free_bytes: int) -> None:
+    """Check that `path` can be created or written and has `min_free_bytes` free.
+
+    Creates nothing: the check runs on the nearest folder of `path` that
+    exists.
+
+    Raises:
+        ResultWriteError: If a component of `path` is a file, the folder is
+            not writable, or its file system has less than `min_free_bytes`
+            free. The message names the path and what to do.
+    """
+    path = Path(path)
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ResultWriteError(
+            f"cannot write {path}: {existing} is a file, not a folder. Move "
+            f"{existing} away, or run the workflow from another directory "
+            "(snakemake --directory)."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ResultWriteError(
+            f"cannot write {path}: {existing} is not writable for this user. "
+            "Make it writable, or run the workflow from another directory "
+            "(snakemake --directory)."
+        )
+    free = shutil.disk_usage(existing).free
+    if free < min_free_bytes:
+        raise ResultWriteError(
+            f"not enough free space for {path}: {free / 2**20:.0f} MiB free on the "
+            f"file system of {existing}, the workflow needs at least "
+            f"{min_free_bytes / 2**20:.0f} MiB. Free some space, or run the "
+            "workflow from another directory (snakemake --directory)."
+        )
