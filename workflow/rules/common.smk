@@ -86,7 +86,15 @@ def growth_seed_results(wildcards):
 
 def growth_settings(wildcards):
     """Return the part of the ``growth`` section that one configuration's jobs use."""
-    keys = ("d_model", "mlp_ratio", "probes", "estimator", "exact_max_size", "chunk_size")
+    keys = (
+        "d_model",
+        "mlp_ratio",
+        "probes",
+        "estimator",
+        "exact_max_size",
+        "chunk_size",
+        "random_draws",
+    )
     settings = {key: config["growth"][key] for key in keys}
     is_mlp = GROWTH[wildcards.config].model == "mlp"
     settings["blocks"] = ["mlp"] if is_mlp else list(config["growth"]["blocks"])

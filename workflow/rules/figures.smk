@@ -1,12 +1,35 @@
 PLOT_SOURCES = ("plotting", "results_io", "theory")
 
 
+# The report's labels of each growth figure: the settings that tell figures apart.
+GROWTH_REPORT_LABELS = {
+    name: {"layers": str(spec.num_layers), "sigma grid": spec.sigma_grid}
+    | (
+        {}
+        if spec.model == "mlp"
+        else {
+            "norm": spec.norm,
+            "attention": "linear" if spec.linear_attention else "softmax",
+            "residual scaling": str(float(spec.residual_scaling)),
+            "loss": spec.loss,
+        }
+    )
+    for name, spec in GROWTH.items()
+}
+
+
 rule plot_growth:
     input:
         **attention_result_files(f"{RESULTS}/{{{{config}}}}_{{name}}.pickle"),
-        code=package_sources(*PLOT_SOURCES),
+        code=package_sources(*PLOT_SOURCES, "experiments", "exponents"),
     output:
-        figure=f"{FIGURES}/{{config}}__all.pdf",
+        figure=report(
+            f"{FIGURES}/{{config}}__all.pdf",
+            caption="../report/growth.rst",
+            category="Growth rates",
+            subcategory=lambda wildcards: GROWTH[wildcards.config].experiment,
+            labels=lambda wildcards: GROWTH_REPORT_LABELS[wildcards.config],
+        ),
     wildcard_constraints:
         config=one_of(ATTENTION_CONFIGS),
     params:
@@ -15,6 +38,7 @@ rule plot_growth:
         config=lambda wildcards: dict(
             dataclasses.asdict(GROWTH[wildcards.config]), name=wildcards.config
         ),
+        analysis=config["analysis"],
     log:
         f"{RESULTS}/logs/figures/{{config}}.log",
     conda:
@@ -28,7 +52,13 @@ rule plot_mlp_growth:
         frob_mlp=f"{RESULTS}/{{config}}_frob_mlp.pickle",
         code=package_sources(*PLOT_SOURCES),
     output:
-        figure=f"{FIGURES}/{{config}}_frob_mlp.pdf",
+        figure=report(
+            f"{FIGURES}/{{config}}_frob_mlp.pdf",
+            caption="../report/mlp_growth.rst",
+            category="Growth rates",
+            subcategory=lambda wildcards: GROWTH[wildcards.config].experiment,
+            labels=lambda wildcards: GROWTH_REPORT_LABELS[wildcards.config],
+        ),
     wildcard_constraints:
         config=one_of(MLP_CONFIGS),
     params:
@@ -46,7 +76,11 @@ rule plot_heterogeneity:
         dense=f"{RESULTS}/dense/heterogeneity.npz",
         code=package_sources(*PLOT_SOURCES),
     output:
-        figure=f"{FIGURES}/heterogeneity.pdf",
+        figure=report(
+            f"{FIGURES}/heterogeneity.pdf",
+            caption="../report/heterogeneity.rst",
+            category="Dense Hessians",
+        ),
     log:
         f"{RESULTS}/logs/figures/heterogeneity.log",
     conda:
@@ -60,7 +94,11 @@ rule plot_histogram_classical:
         dense=f"{RESULTS}/dense/histograms_softmax.npz",
         code=package_sources(*PLOT_SOURCES),
     output:
-        figure=f"{FIGURES}/histogram_classical.pdf",
+        figure=report(
+            f"{FIGURES}/histogram_classical.pdf",
+            caption="../report/histogram_classical.rst",
+            category="Dense Hessians",
+        ),
     params:
         layout="stacked",
     log:
@@ -77,7 +115,11 @@ rule plot_histogram_linear:
         background=f"{RESULTS}/dense/histograms_softmax.npz",
         code=package_sources(*PLOT_SOURCES),
     output:
-        figure=f"{FIGURES}/histogram_linear.pdf",
+        figure=report(
+            f"{FIGURES}/histogram_linear.pdf",
+            caption="../report/histogram_linear.rst",
+            category="Dense Hessians",
+        ),
     params:
         layout="side_by_side",
     log:

@@ -13,9 +13,9 @@ onto probes:
 - curvlinops 3 operators (`curvature_operators`), which multiply all columns
   of a matrix in one vectorized pass; any model and parameter;
 - `hessian_and_ggn_products`, for a model split into a body that holds the
-  block and a head that acts on each position separately: both products in
-  one pass that shares the forward tangent, with the head's Jacobian formed
-  once per point (`linearize_head`) instead of once per probe.
+  block and a head that acts on each position separately. It computes both
+  products in one pass that shares the forward tangent. The head's Jacobian
+  is formed once per point (`linearize_head`) instead of once per probe.
 """
 
 from __future__ import annotations
@@ -266,9 +266,11 @@ def hessian_and_ggn_products(
         H = G + J_b^T R J_b + sum_i (J_h^T g)_i d^2 body_i / dw^2,
         R = sum_k g_k d^2 head_k / dm^2  (zero for a piecewise-linear head).
 
-    Per probe ``v``: one forward-over-reverse pass through the body gives both
-    ``J_b v`` and the last term; the head's Jacobian blocks carry ``J_b v`` to
-    the logits and back; one reverse pass through the body gives ``G v``.
+    Per probe ``v``, one forward-over-reverse pass through the body gives both
+    ``J_b v`` and the last term. The head's Jacobian blocks carry ``J_b v`` to
+    the logits, a forward-over-reverse product with the loss applies ``H_c``,
+    and the transposed blocks carry the result back. One reverse pass through
+    the body then gives ``G v``.
 
     Args:
         body: ``w -> m``, the body as a function of this block alone.

@@ -13,6 +13,7 @@ rounding, from the same probes.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -130,7 +131,7 @@ class SplitProducts:
         piecewise_linear = not self.split.layer_norm
         return curvature.linearize_head(head, self.loss, body_output, piecewise_linear)
 
-    def body_of(self, name: str):
+    def body_of(self, name: str) -> Callable[[torch.Tensor], torch.Tensor]:
         """Return the body as a function of the parameter `name` alone."""
 
         def body(weight: torch.Tensor) -> torch.Tensor:
@@ -211,10 +212,23 @@ def run_growth(
     norms = {b: {m: np.full(shape, np.nan) for m in matrices} for b in block_names}
     stderrs = {b: {m: np.full(shape, np.nan) for m in matrices} for b in block_names}
 
+    def standard_normal_draws() -> list[torch.Tensor]:
+        return [
+            torch.randn(weight.shape, generator=embedding_generator, dtype=torch.float64)
+            for weight in embedding_weights(model)
+        ]
+
+    # per_seed draws the embeddings and the probes once: the embeddings are
+    # scaled by each sigma, so every sigma still sees N(0, sigma^2), and the
+    # draw-to-draw scatter and probe noise largely cancel in the curve's slope
+    # (common random numbers).
+    per_seed = settings.get("random_draws") == "per_seed"
+    shared_draws = standard_normal_draws() if per_seed else None
+    shared_probes: dict[int, torch.Tensor] = {}
     for sigma_index, sigma in enumerate(tqdm(sigmas, desc=growth_config.name, mininterval=5)):
+        draws = shared_draws if shared_draws is not None else standard_normal_draws()
         with torch.no_grad():
-            for weight in embedding_weights(model):
-                draw = torch.randn(weight.shape, generator=embedding_generator, dtype=torch.float64)
+            for weight, draw in zip(embedding_weights(model), draws):
                 weight.copy_((sigma * draw).to(dtype))
         head = split.linearize_head() if split is not None else None
 
@@ -223,9 +237,13 @@ def run_growth(
                 hessian, ggn = operators_of(index)
                 estimates = curvature.exact_block_norms(hessian, ggn, settings["chunk_size"])
             else:
-                block_probes = curvature.rademacher_probes(
-                    weight.numel(), probes, probe_generator, dtype, device
-                )
+                block_probes = shared_probes.get(index)
+                if block_probes is None:
+                    block_probes = curvature.rademacher_probes(
+                        weight.numel(), probes, probe_generator, dtype, device
+                    )
+                    if per_seed:
+                        shared_probes[index] = block_probes
                 if split is not None:
                     body = split.body_of(f"blocks.{layer}.attn.{ATTENTION_BLOCKS[block]}")
                     estimates = curvature.split_block_norms(

@@ -53,6 +53,14 @@ _REQUIRED_CONFIG = {
     "post_embedding_ln": False,
     "use_normalization_before_and_after": False,
     "attention_dir": "causal",
+    "attn_scores_soft_cap": -1.0,
+    "scale_attn_by_inverse_layer_idx": False,
+    "final_rms": False,
+    "use_qk_norm": False,
+    "n_key_value_heads": None,
+    "use_attention_sinks": False,
+    "clip_qkv": None,
+    "use_logn_attn": False,
 }
 
 
@@ -65,23 +73,22 @@ class SplitTransformer:
             for the layer-norm epsilon and the attention scale.
 
     Raises:
-        ValueError: If `model_config` sets an option these functions do not restate.
+        ValueError: If `model_config` sets an option these functions do not
+            restate, or its normalization differs from `settings.norm`.
     """
 
     def __init__(self, settings: TransformerSettings, model_config) -> None:
-        for field, expected in _REQUIRED_CONFIG.items():
+        required = _REQUIRED_CONFIG | {
+            "normalization_type": "LN" if settings.norm == "pre" else None
+        }
+        for field, expected in required.items():
             value = getattr(model_config, field, expected)
             if value != expected:
                 raise ValueError(
-                    f"HookedTransformerConfig.{field} is {value!r}, but the split "
-                    f"forward pass supports only {expected!r}; use the curvlinops "
-                    "products for this model."
+                    f"HookedTransformerConfig.{field} is {value!r}, but SplitTransformer "
+                    f"supports only {expected!r} here; restate that option in "
+                    "split_forward.py before using it."
                 )
-        if getattr(model_config, "attn_scores_soft_cap", -1.0) > 0:
-            raise ValueError(
-                "HookedTransformerConfig.attn_scores_soft_cap is set, but the split "
-                "forward pass has no soft cap; use the curvlinops products."
-            )
         self.settings = settings
         self.layer_norm = settings.norm == "pre"
         self.eps = float(model_config.eps)

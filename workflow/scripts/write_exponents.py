@@ -1,0 +1,62 @@
+"""Fit the growth exponent of every configuration, layer, block and matrix; compare with theory."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the package lives in workflow/
+
+import logging
+
+import pandas as pd
+
+from transformer_curvature import exponents
+from transformer_curvature.results_io import atomic_write_bytes, load_results
+
+logging.basicConfig(
+    filename=snakemake.log[0],
+    level=logging.INFO,
+    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    force=True,
+)
+logger = logging.getLogger("write_exponents")
+
+analysis = exponents.AnalysisSettings.from_config(snakemake.params.analysis)
+configs = snakemake.params.configs
+logger.info("Loading %d per-seed results", len(snakemake.input.seeds))
+grouped = exponents.group_by_config(
+    [load_results(path) for path in snakemake.input.seeds], list(configs)
+)
+
+rows = []
+for name, per_seed in grouped.items():
+    setting = exponents.BlockSetting.from_config(configs[name])
+    rows += exponents.configuration_rows(name, setting, per_seed, analysis)
+
+table = pd.DataFrame(rows, columns=list(exponents.EXPONENT_COLUMNS))
+checked = table["within_tolerance"].notna()
+disagree = table[table["within_tolerance"].map(lambda agrees: agrees is False)]
+logger.info(
+    "%d rows, %d checked against theory (tolerance %g, sigma <= %g): %d agree, %d disagree",
+    len(table),
+    int(checked.sum()),
+    analysis.tolerance,
+    analysis.fit_max_sigma,
+    int(checked.sum()) - len(disagree),
+    len(disagree),
+)
+for row in disagree.itertuples(index=False):
+    logger.warning(
+        "Disagrees with theory: %s layer %d %s %s: fitted %s +- %s, theory %s, measured zero %s",
+        row.config,
+        row.layer,
+        row.block,
+        row.matrix,
+        row.fitted_exponent,
+        row.stderr,
+        row.theory_exponent,
+        row.measured_zero,
+    )
+
+text = table.to_csv(sep="\t", index=False, na_rep="", float_format="%.6g", lineterminator="\n")
+atomic_write_bytes(snakemake.output.table, text.encode())
+logger.info("Wrote %s", snakemake.output.table)
