@@ -8,7 +8,10 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir, "workflow")))
 from transformer_curvature import config_validation, experiments  # noqa: E402
-from transformer_curvature.results_io import ResultWriteError, check_output_dir  # noqa: E402
+from transformer_curvature.results_io import (
+    ResultWriteError,
+    check_output_dir,
+)  # noqa: E402
 
 # The quick preset's results take 124 MB, 123 MB of them dense Hessians
 # (dense.d_model 16, as in the paper's settings). 256 MiB leaves room for logs.
@@ -55,8 +58,7 @@ def package_sources(*modules):
     """
     package = Path(workflow.basedir, "workflow", "transformer_curvature")
     return [
-        os.path.relpath(package / f"{module}.py")
-        for module in ("__init__",) + modules
+        os.path.relpath(package / f"{module}.py") for module in ("__init__",) + modules
     ]
 
 

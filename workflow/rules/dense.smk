@@ -16,18 +16,18 @@ rule dense_heterogeneity:
         code=package_sources(*DENSE_SOURCES),
     output:
         dense=f"{RESULTS}/dense/heterogeneity.npz",
-    params:
-        dense=config["dense"],
-        device=config["device"],
-    threads: config["dense"]["threads"]
-    resources:
-        gpu=config["dense"]["gpu"],
     log:
         f"{RESULTS}/logs/dense/heterogeneity.log",
     benchmark:
         f"{RESULTS}/benchmarks/dense/heterogeneity.tsv"
     conda:
         "../../envs/curvature.yaml"
+    threads: config["dense"]["threads"]
+    resources:
+        gpu=config["dense"]["gpu"],
+    params:
+        dense=config["dense"],
+        device=config["device"],
     script:
         "../scripts/dense_heterogeneity.py"
 
@@ -38,19 +38,19 @@ rule dense_attention_blocks:
         code=package_sources(*DENSE_SOURCES),
     output:
         dense=f"{RESULTS}/dense/histograms_{{attention}}.npz",
-    wildcard_constraints:
-        attention="softmax|linear",
-    params:
-        dense=config["dense"],
-        device=config["device"],
-    threads: config["dense"]["threads"]
-    resources:
-        gpu=config["dense"]["gpu"],
     log:
         f"{RESULTS}/logs/dense/histograms_{{attention}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/dense/histograms_{{attention}}.tsv"
+    wildcard_constraints:
+        attention="softmax|linear",
     conda:
         "../../envs/curvature.yaml"
+    threads: config["dense"]["threads"]
+    resources:
+        gpu=config["dense"]["gpu"],
+    params:
+        dense=config["dense"],
+        device=config["device"],
     script:
         "../scripts/dense_attention_blocks.py"

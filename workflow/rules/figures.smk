@@ -30,19 +30,22 @@ rule plot_growth:
             subcategory=lambda wildcards: GROWTH[wildcards.config].experiment,
             labels=lambda wildcards: GROWTH_REPORT_LABELS[wildcards.config],
         ),
+    log:
+        f"{RESULTS}/logs/figures/{{config}}.log",
     wildcard_constraints:
         config=one_of(ATTENTION_CONFIGS),
+    conda:
+        "../../envs/plotting.yaml"
     params:
         sigmas=lambda wildcards: sigmas(wildcards.config),
-        log_axes=lambda wildcards: config["sigma_grids"][GROWTH[wildcards.config].sigma_grid]["spacing"] == "log",
+        log_axes=lambda wildcards: config["sigma_grids"][
+            GROWTH[wildcards.config].sigma_grid
+        ]["spacing"]
+        == "log",
         config=lambda wildcards: dict(
             dataclasses.asdict(GROWTH[wildcards.config]), name=wildcards.config
         ),
         analysis=config["analysis"],
-    log:
-        f"{RESULTS}/logs/figures/{{config}}.log",
-    conda:
-        "../../envs/plotting.yaml"
     script:
         "../scripts/plot_growth.py"
 
@@ -59,14 +62,14 @@ rule plot_mlp_growth:
             subcategory=lambda wildcards: GROWTH[wildcards.config].experiment,
             labels=lambda wildcards: GROWTH_REPORT_LABELS[wildcards.config],
         ),
-    wildcard_constraints:
-        config=one_of(MLP_CONFIGS),
-    params:
-        sigmas=lambda wildcards: sigmas(wildcards.config),
     log:
         f"{RESULTS}/logs/figures/{{config}}.log",
+    wildcard_constraints:
+        config=one_of(MLP_CONFIGS),
     conda:
         "../../envs/plotting.yaml"
+    params:
+        sigmas=lambda wildcards: sigmas(wildcards.config),
     script:
         "../scripts/plot_mlp_growth.py"
 
@@ -99,12 +102,12 @@ rule plot_histogram_classical:
             caption="../report/histogram_classical.rst",
             category="Dense Hessians",
         ),
-    params:
-        layout="stacked",
     log:
         f"{RESULTS}/logs/figures/histogram_classical.log",
     conda:
         "../../envs/plotting.yaml"
+    params:
+        layout="stacked",
     script:
         "../scripts/plot_histograms.py"
 
@@ -120,11 +123,11 @@ rule plot_histogram_linear:
             caption="../report/histogram_linear.rst",
             category="Dense Hessians",
         ),
-    params:
-        layout="side_by_side",
     log:
         f"{RESULTS}/logs/figures/histogram_linear.log",
     conda:
         "../../envs/plotting.yaml"
+    params:
+        layout="side_by_side",
     script:
         "../scripts/plot_histograms.py"

@@ -17,6 +17,15 @@ rule growth_seed:
     output:
         result=f"{RESULTS}/growth/{{config}}/seed={{seed}}.pickle",
         provenance=f"{RESULTS}/growth/{{config}}/seed={{seed}}.provenance.json",
+    log:
+        f"{RESULTS}/logs/growth/{{config}}/seed={{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/growth/{{config}}/seed={{seed}}.tsv"
+    conda:
+        "../../envs/curvature.yaml"
+    threads: config["growth"]["threads"]
+    resources:
+        gpu=config["growth"]["gpu"],
     params:
         growth_config=lambda wildcards: dataclasses.asdict(GROWTH[wildcards.config]),
         settings=growth_settings,
@@ -25,15 +34,6 @@ rule growth_seed:
         ),
         sigmas=lambda wildcards: sigmas(wildcards.config),
         device=config["device"],
-    threads: config["growth"]["threads"]
-    resources:
-        gpu=config["growth"]["gpu"],
-    log:
-        f"{RESULTS}/logs/growth/{{config}}/seed={{seed}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/growth/{{config}}/seed={{seed}}.tsv"
-    conda:
-        "../../envs/curvature.yaml"
     script:
         "../scripts/growth_seed.py"
 
@@ -44,10 +44,10 @@ rule collect_attention_growth:
         code=package_sources("experiments", "results_io"),
     output:
         **attention_result_files(f"{RESULTS}/{{{{config}}}}_{{name}}.pickle"),
-    wildcard_constraints:
-        config=one_of(ATTENTION_CONFIGS),
     log:
         f"{RESULTS}/logs/collect/{{config}}.log",
+    wildcard_constraints:
+        config=one_of(ATTENTION_CONFIGS),
     conda:
         "../../envs/plotting.yaml"
     script:
@@ -60,10 +60,10 @@ rule collect_mlp_growth:
         code=package_sources("experiments", "results_io"),
     output:
         frob_mlp=f"{RESULTS}/{{config}}_frob_mlp.pickle",
-    wildcard_constraints:
-        config=one_of(MLP_CONFIGS),
     log:
         f"{RESULTS}/logs/collect/{{config}}.log",
+    wildcard_constraints:
+        config=one_of(MLP_CONFIGS),
     conda:
         "../../envs/plotting.yaml"
     script:
