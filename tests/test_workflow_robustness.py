@@ -404,8 +404,11 @@ def test_code_inputs_cover_imports(reference_run, snakemake):
             rule = header.group(1)
         elif rule is not None and line.strip().startswith("input: "):
             inputs = line.strip().removeprefix("input: ").split(", ")
+            # Code inputs are relative to the working directory.
             declared[rule] = {
-                Path(path).stem for path in inputs if Path(path).parent == package
+                Path(path).stem
+                for path in inputs
+                if (reference_run / path).resolve().parent == package.resolve()
             }
     scripts = rule_scripts(reference_run)
     assert scripts, "no rule with a script found: the parser is broken"

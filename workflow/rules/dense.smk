@@ -7,6 +7,7 @@ DENSE_SOURCES = (
     "losses",
     "models",
     "results_io",
+    "split_forward",
 )
 
 
