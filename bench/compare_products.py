@@ -13,7 +13,9 @@ For config.yaml's one-layer softmax job at sigma = 1, with the same probes
   per sigma, `curvature.split_block_norms` per block).
 
 Prints the median seconds per sigma of each method and their ratios. Start-up
-is not included: `run_benchmark.py` times whole processes.
+is not included: `run_benchmark.py` times whole processes. With
+``--count-flops`` it prints matrix-product FLOPs instead (torch's
+FlopCounterMode): per probe from the difference between 1 and 21 probes.
 """
 
 from __future__ import annotations
@@ -28,11 +30,55 @@ BLOCK_WEIGHTS = {"query": "W_Q", "value": "W_V"}
 SIGMA = 1.0
 
 
+def count_flops(model, loss_func, data, split, names: list[str]) -> None:
+    """Print the matrix-product FLOPs of one curvlinops ``H v`` and of one split probe."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from transformer_curvature import curvature, growth
+
+    def flops(run) -> float:
+        with FlopCounterMode(display=False) as counter:
+            run()
+        return counter.get_total_flops() / 1e9
+
+    # FlopCounterMode's module tracker fails inside torch.func.grad when an
+    # nn.Module is called there, so the split products call the loss's forward.
+    def loss_forward(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return loss_func.forward(logits, tokens)
+
+    counted = growth.SplitProducts(model, split.split.settings, loss_forward, data)
+    head = counted.linearize_head()
+    print(f"head_linearization_gflop: {flops(counted.linearize_head):.3f}")
+    generator = torch.Generator().manual_seed(1)
+    parameters = dict(model.named_parameters())
+    for name in names:
+        weight = counted.params[name]
+        few, many = (
+            (torch.randint(0, 2, (k, *weight.shape), generator=generator) * 2 - 1).float()
+            for k in (1, 21)
+        )
+        body = counted.body_of(name)
+        split_few = flops(lambda: curvature.hessian_and_ggn_products(body, weight, few, head))
+        split_many = flops(lambda: curvature.hessian_and_ggn_products(body, weight, many, head))
+        hessian, _ = curvature.curvature_operators(model, loss_func, parameters[name], data)
+        columns_few, columns_many = (probes.reshape(len(probes), -1).T for probes in (few, many))
+        single = flops(lambda: hessian @ columns_few[:, 0])
+        batched_few = flops(lambda: hessian @ columns_few)
+        batched_many = flops(lambda: hessian @ columns_many)
+        print(f"{name}_curvlinops_single_hv_gflop: {single:.3f}")
+        print(f"{name}_curvlinops_hv_per_probe_gflop: {(batched_many - batched_few) / 20:.3f}")
+        print(f"{name}_split_hv_gv_per_probe_gflop: {(split_many - split_few) / 20:.3f}")
+
+
 def main() -> None:
     """Run the three methods in turn, `--rounds` times, and print their medians."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_job_arguments(parser)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per method")
+    parser.add_argument(
+        "--count-flops", action="store_true", help="print FLOPs per product instead of timing"
+    )
     arguments = parser.parse_args()
     job = job_from_arguments(arguments)
 
@@ -77,6 +123,9 @@ def main() -> None:
     split = growth.SplitProducts(
         model, growth.transformer_settings(config, job.d_model, 4), loss_func, data
     )
+    if arguments.count_flops:
+        count_flops(model, loss_func, data, split, names)
+        return
 
     def single() -> None:
         for name in names:

@@ -30,8 +30,8 @@ class JobSettings:
     probes: int = 20
     """Rademacher probes per block, sigma and matrix."""
     batch_size: int = 64
-    threads: int = 2
-    """torch threads of each process."""
+    threads: int = 1
+    """torch threads of each process, as config.yaml's ``growth.threads``."""
     seed: int = BASE_SEED
 
 

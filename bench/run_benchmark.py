@@ -13,9 +13,9 @@ Runs, in one invocation and on the same machine:
 Prints one ``name: value`` line per figure, including
 ``speedup_vs_notebook: X`` (median notebook seconds / median workflow seconds),
 and compares the two methods' norms in units of their combined probe errors.
-config.yaml's settings by default: about 5 minutes with 1 thread per process
-(measured on 2 shared cores, see docs/benchmarks.md). ``--quick`` runs a small
-model for a check of the script in about a minute.
+config.yaml's settings by default, with 1 torch thread per process as in
+config.yaml: about 5 minutes on 2 shared cores (see docs/benchmarks.md).
+``--quick`` runs a small model for a check of the script in about a minute.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main() -> None:
         help="runs of the notebook method; the workflow runs one more",
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads per process (default 2)"
+        "--threads", type=int, default=None, help="torch threads per process (default 1)"
     )
     arguments = parser.parse_args()
     if arguments.repeats < 1:
