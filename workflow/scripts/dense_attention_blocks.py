@@ -19,22 +19,22 @@ logger = start_job(snakemake)
 settings = snakemake.params.dense
 linear = snakemake.wildcards.attention == "linear"
 device = resolve_device(snakemake.params.device)
-model = build_transformer(
-    TransformerSettings(
-        num_layers=1,
-        d_model=settings["d_model"],
-        mlp_ratio=settings["mlp_ratio"],
-        linear_attention=linear,
-        residual_scaling=settings["histograms"]["linear_residual_scaling"] if linear else 1.0,
-    ),
-    seed=settings["model_seed"],
+architecture = TransformerSettings(
+    num_layers=1,
+    d_model=settings["d_model"],
+    mlp_ratio=settings["mlp_ratio"],
+    linear_attention=linear,
+    residual_scaling=settings["histograms"]["linear_residual_scaling"] if linear else 1.0,
 )
+model = build_transformer(architecture, seed=settings["model_seed"])
 model = move_model(model, device)
 data = as_curvlinops_data(np.load(snakemake.input.tokens, allow_pickle=False), device)
 loss = make_loss(settings["loss"])
 
 blocks = {}
 for block, name in (("query", "blocks.0.attn.W_Q"), ("value", "blocks.0.attn.W_V")):
-    blocks[block], _, _ = dense_hessian(model, loss, (name,), data, settings["chunk_size"])
+    blocks[block], _, _ = dense_hessian(
+        model, loss, (name,), data, settings["chunk_size"], settings=architecture
+    )
 save_arrays(snakemake.output.dense, **blocks)
 logger.info("wrote %s", snakemake.output.dense)

@@ -18,18 +18,20 @@ from transformer_curvature.results_io import save_arrays
 logger = start_job(snakemake)
 settings = snakemake.params.dense
 device = resolve_device(snakemake.params.device)
-model = build_transformer(
-    TransformerSettings(num_layers=1, d_model=settings["d_model"], mlp_ratio=settings["mlp_ratio"]),
-    seed=settings["model_seed"],
+architecture = TransformerSettings(
+    num_layers=1, d_model=settings["d_model"], mlp_ratio=settings["mlp_ratio"]
 )
+model = build_transformer(architecture, seed=settings["model_seed"])
 model = move_model(model, device)
 data = as_curvlinops_data(np.load(snakemake.input.tokens, allow_pickle=False), device)
 loss = make_loss(settings["loss"])
 
-full, full_names, full_sizes = dense_hessian(model, loss, TRANSFORMER_PARAMETERS, data, settings["chunk_size"])
+full, full_names, full_sizes = dense_hessian(
+    model, loss, TRANSFORMER_PARAMETERS, data, settings["chunk_size"], settings=architecture
+)
 logger.info("full Hessian %s over %s", full.shape, full_names)
 attention, attention_names, attention_sizes = dense_hessian(
-    model, loss, ATTENTION_PARAMETERS, data, settings["chunk_size"]
+    model, loss, ATTENTION_PARAMETERS, data, settings["chunk_size"], settings=architecture
 )
 save_arrays(
     snakemake.output.dense,
