@@ -212,7 +212,7 @@ def is_measured_zero(norms: np.ndarray, hessian_norms: np.ndarray, threshold: fl
 
 @dataclass(frozen=True)
 class BlockSetting:
-    """What the theory needs to know about a configuration (see `theory.theoretical_exponent`)."""
+    """Architecture facts that `theory.theoretical_exponent` reads for a configuration."""
 
     model: str
     norm: str

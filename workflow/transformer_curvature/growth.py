@@ -219,7 +219,7 @@ def run_growth(
         ]
 
     # per_seed draws the embeddings and the probes once: the embeddings are
-    # scaled by each sigma, so every sigma still sees N(0, sigma^2), and the
+    # scaled by each sigma, so the embeddings at every sigma still follow N(0, sigma^2), and the
     # draw-to-draw scatter and probe noise largely cancel in the curve's slope
     # (common random numbers).
     per_seed = settings.get("random_draws") == "per_seed"

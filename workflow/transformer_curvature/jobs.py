@@ -1,4 +1,4 @@
-"""What every compute script does first: logging into the rule's log, torch threads."""
+"""Start-up shared by the compute scripts: logging into the rule's log, torch threads."""
 
 from __future__ import annotations
 
