@@ -41,7 +41,7 @@ rule growth_seed:
 rule collect_attention_growth:
     input:
         seeds=growth_seed_results,
-        code=package_sources("experiments", "results_io"),
+        code=package_sources("experiments", "jobs", "results_io"),
     output:
         **attention_result_files(f"{RESULTS}/{{{{config}}}}_{{name}}.pickle"),
     log:
@@ -57,7 +57,7 @@ rule collect_attention_growth:
 rule collect_mlp_growth:
     input:
         seeds=growth_seed_results,
-        code=package_sources("experiments", "results_io"),
+        code=package_sources("experiments", "jobs", "results_io"),
     output:
         frob_mlp=f"{RESULTS}/{{config}}_frob_mlp.pickle",
     log:

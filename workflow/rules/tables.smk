@@ -12,7 +12,7 @@ TABLES = [f"{RESULTS}/exponents.tsv", f"{RESULTS}/norms.tsv"]
 rule write_exponent_table:
     input:
         seeds=GROWTH_SEED_RESULTS,
-        code=package_sources("exponents", "results_io", "theory"),
+        code=package_sources("exponents", "jobs", "results_io", "theory"),
     output:
         table=report(
             f"{RESULTS}/exponents.tsv",
@@ -33,7 +33,7 @@ rule write_exponent_table:
 rule write_norm_table:
     input:
         seeds=GROWTH_SEED_RESULTS,
-        code=package_sources("exponents", "results_io", "theory"),
+        code=package_sources("exponents", "jobs", "results_io", "theory"),
     output:
         table=f"{RESULTS}/norms.tsv",
     log:

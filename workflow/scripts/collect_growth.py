@@ -13,21 +13,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 
-import logging
 from typing import Any
 
 import numpy as np
 
 from transformer_curvature.experiments import BLOCK_LETTERS, MATRIX_SUFFIXES
+from transformer_curvature.jobs import log_to_file
 from transformer_curvature.results_io import load_results, save_results
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    force=True,
-)
-logger = logging.getLogger("collect_growth")
+logger = log_to_file(snakemake)
 
 
 def block_and_matrix(output_name: str) -> tuple[str, str]:

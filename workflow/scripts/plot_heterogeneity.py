@@ -1,4 +1,3 @@
-import logging
 import sys
 from pathlib import Path
 
@@ -6,10 +5,10 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the package lives i
 
 import numpy as np
 
+from transformer_curvature.jobs import log_to_file
 from transformer_curvature.plotting import plot_heterogeneity
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
-logger = logging.getLogger("plot_heterogeneity")
+logger = log_to_file(snakemake)
 
 logger.info("Loading %s", snakemake.input.dense)
 with np.load(snakemake.input.dense, allow_pickle=False) as dense:

@@ -5,20 +5,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the package lives in workflow/
 
-import logging
-
 import pandas as pd
 
 from transformer_curvature import exponents
+from transformer_curvature.jobs import log_to_file
 from transformer_curvature.results_io import atomic_write_bytes, load_results
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    force=True,
-)
-logger = logging.getLogger("write_norms")
+logger = log_to_file(snakemake)
 
 logger.info("Loading %d per-seed results", len(snakemake.input.seeds))
 grouped = exponents.group_by_config(
