@@ -127,6 +127,10 @@ BAD_CONFIGS = [
      ["growth.experiments:", "'again' and 'softmax'", "norm=none_num_layers=1_scale=log", "remove it from one"]),
     ("exact_blocks_too_large", growth(estimator="exact", exact_max_size=8),
      ["growth.exact_max_size:", "8 is smaller", "raise exact_max_size to 48", "'hutchinson'"]),
+    ("fit_range_of_unknown_grid", {"analysis": {"fit_max_sigma_by_grid": {"logarithmic": 0.1}}},
+     ["analysis.fit_max_sigma_by_grid:", "'logarithmic'", "'linear', 'linear_short', 'log', 'log_short'"]),
+    ("negative_fit_range_of_grid", {"analysis": {"fit_max_sigma_by_grid": {"log": -0.1}}},
+     ["analysis.fit_max_sigma_by_grid.log:", "-0.1", "greater than 0"]),
 ]
 
 

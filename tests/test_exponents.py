@@ -360,6 +360,21 @@ def test_settings_from_config():
     assert settings == exponents.AnalysisSettings(0.3, 4, 0.15, 1e-4, 1000, 0)
 
 
+def test_settings_fit_range_per_grid():
+    analysis = {
+        "fit_max_sigma": 0.3,
+        "min_fit_sigmas": 4,
+        "tolerance": 0.15,
+        "zero_threshold": 1e-4,
+        "bootstrap": {"resamples": 1000, "seed": 0},
+        "fit_max_sigma_by_grid": {"log": 0.1},
+    }
+    settings = exponents.AnalysisSettings.from_config(analysis)
+    assert settings.for_grid("log").fit_max_sigma == 0.1
+    assert settings.for_grid("log_short").fit_max_sigma == 0.3
+    assert settings.for_grid("log").tolerance == 0.15
+
+
 def test_plot_growth_script_writes_fits(tmp_path):
     """The growth figure's script fits its own results and logs the fits it draws."""
     iocontainers = pytest.importorskip("snakemake.iocontainers")
@@ -386,7 +401,9 @@ def test_plot_growth_script_writes_fits(tmp_path):
         "zero_threshold": 1e-4,
         "bootstrap": {"resamples": 10, "seed": 0},
     }
-    config = dict(model="transformer", norm="none", linear_attention=False, num_layers=2)
+    config = dict(
+        model="transformer", norm="none", linear_attention=False, num_layers=2, sigma_grid="log"
+    )
     log = tmp_path / "plot_growth.log"
     output = tmp_path / "growth.pdf"
     scripts = Path(__file__).resolve().parent.parent / "workflow" / "scripts"

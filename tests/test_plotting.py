@@ -262,6 +262,14 @@ def test_mlp_growth_single_panel_with_square_guide():
     assert math.log(y[-1] / y[0]) / math.log(x[-1] / x[0]) == pytest.approx(2.0)
 
 
+def test_mlp_growth_annotates_fits():
+    figure = plotting.build_mlp_growth_figure(
+        layer_results(num_layers=3), SIGMAS, fitted=[2.013, None, 1.987]
+    )
+    (ax,) = figure.axes
+    assert "fit: 2.01, 1.99" in [text.get_text() for text in ax.texts]
+
+
 def test_mlp_growth_pdf_written(tmp_path):
     output = tmp_path / "mlp.pdf"
     plotting.plot_mlp_growth(layer_results(num_layers=2), SIGMAS, output)
@@ -468,8 +476,20 @@ def test_plot_heterogeneity_script(tmp_path):
 
 
 def test_plot_mlp_growth_script(tmp_path):
+    sigmas = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0]
     pickle_path = tmp_path / "frob_mlp.pickle"
-    save_results(pickle_path, layer_results(num_layers=2))
+    save_results(pickle_path, layer_results(num_layers=2, exponent=2.5, sigmas=sigmas))
+    analysis = {
+        "fit_max_sigma": 10.0,
+        "min_fit_sigmas": 4,
+        "tolerance": 0.3,
+        "zero_threshold": 1e-4,
+        "bootstrap": {"resamples": 0, "seed": 0},
+        "fit_max_sigma_by_grid": {"log": 0.3},  # the four smallest sigmas
+    }
+    params = {"sigmas": sigmas, "sigma_grid": "log", "analysis": analysis}
     output = tmp_path / "mlp.pdf"
-    run_script("plot_mlp_growth", tmp_path, {"frob_mlp": pickle_path}, {"sigmas": SIGMAS}, output)
+    log = run_script("plot_mlp_growth", tmp_path, {"frob_mlp": pickle_path}, params, output)
     assert output.read_bytes().startswith(b"%PDF")
+    fits = log.read_text().split("Fitted exponents per layer: ")[1].splitlines()[0]
+    assert [float(value) for value in fits.strip("[]").split(",")] == pytest.approx([2.5, 2.5])

@@ -176,12 +176,28 @@ def test_exponent_table_logs_disagreements(exponent_table):
     _, _, log = exponent_table
     text = log.read_text()
     # Checked: query H, H_o, H_f and value H, H_o in both layers, the zero block and the MLP.
-    assert (
-        "13 rows, 12 checked against theory (tolerance 0.3, sigma <= 0.3): 10 agree, 2 disagree"
-        in text
-    )
+    assert "13 rows, 12 checked against theory (tolerance 0.3): 10 agree, 2 disagree" in text
+    assert f"{SOFTMAX.name}: fits over sigma <= 0.3" in text
     assert text.count("Disagrees with theory") == 2
     assert "layer 0 query H_o" in text
+
+
+@pytest.mark.parametrize(
+    ("by_grid", "num_sigmas"),
+    [({"log": 0.05}, 5), ({"log_short": 0.05}, 10), ({}, 10)],
+)
+def test_exponent_table_fit_range_per_grid(tmp_path, by_grid, num_sigmas):
+    # Both configurations run on the log grid: 5 of its sigmas are <= 0.05, 10 are <= 0.3.
+    seeds = write_seed_results(tmp_path / "growth")
+    analysis = ANALYSIS | {"fit_max_sigma_by_grid": by_grid}
+    output, log = run_table_script(
+        "write_exponents", tmp_path, seeds, {"analysis": analysis, "configs": config_fields()}
+    )
+    table = pd.read_csv(output, sep="\t")
+    fitted = table[table["fitted_exponent"].notna()]
+    assert set(fitted["num_sigmas"]) == {num_sigmas}
+    fit_max = by_grid.get("log", 0.3)
+    assert f"{MLP.name}: fits over sigma <= {fit_max:g}" in log.read_text()
 
 
 def test_exponent_script_rejects_missing_configuration(tmp_path):
@@ -227,7 +243,13 @@ def test_norm_table_one_row_per_value(tmp_path):
 TINY_OVERRIDES = {
     "growth": {"blocks": ["query", "key", "value", "output"]},
     # The tiny grids have five sigmas: fit all of them, so every fit path runs.
-    "analysis": {"fit_max_sigma": 10.0, "min_fit_sigmas": 3},
+    "analysis": {
+        "fit_max_sigma": 10.0,
+        "min_fit_sigmas": 3,
+        "fit_max_sigma_by_grid": dict.fromkeys(
+            ["log", "log_short", "linear", "linear_short"], 10.0
+        ),
+    },
 }
 
 

@@ -1,4 +1,4 @@
-PLOT_SOURCES = ("plotting", "results_io", "theory")
+PLOT_SOURCES = ("jobs", "plotting", "results_io", "theory")
 
 
 # The report's labels of each growth figure: the settings that tell figures apart.
@@ -53,7 +53,7 @@ rule plot_growth:
 rule plot_mlp_growth:
     input:
         frob_mlp=f"{RESULTS}/{{config}}_frob_mlp.pickle",
-        code=package_sources(*PLOT_SOURCES),
+        code=package_sources(*PLOT_SOURCES, "exponents"),
     output:
         figure=report(
             f"{FIGURES}/{{config}}_frob_mlp.pdf",
@@ -70,6 +70,8 @@ rule plot_mlp_growth:
         "../../envs/plotting.yaml"
     params:
         sigmas=lambda wildcards: sigmas(wildcards.config),
+        sigma_grid=lambda wildcards: GROWTH[wildcards.config].sigma_grid,
+        analysis=config["analysis"],
     script:
         "../scripts/plot_mlp_growth.py"
 

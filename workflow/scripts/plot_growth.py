@@ -1,18 +1,17 @@
 """Draw the growth figure of one attention configuration, with fitted exponents."""
 
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the package lives in workflow/
 
-from transformer_curvature.exponents import AnalysisSettings, fitted_exponents_for_figure
 from transformer_curvature.experiments import BLOCK_LETTERS, MATRIX_SUFFIXES
+from transformer_curvature.exponents import AnalysisSettings, fitted_exponents_for_figure
+from transformer_curvature.jobs import log_to_file
 from transformer_curvature.plotting import plot_growth
 from transformer_curvature.results_io import load_results
 
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, force=True)
-logger = logging.getLogger("plot_growth")
+logger = log_to_file(snakemake)
 
 # Input names follow the authors' result files: frob_<block letter><matrix suffix>.
 INPUT_NAMES = {
@@ -42,7 +41,9 @@ if analysis is None:
     logger.info("No analysis settings given: the panels show no fitted exponents")
 else:
     fitted = fitted_exponents_for_figure(
-        results, snakemake.params.sigmas, AnalysisSettings.from_config(analysis)
+        results,
+        snakemake.params.sigmas,
+        AnalysisSettings.from_config(analysis).for_grid(config["sigma_grid"]),
     )
     for (block, matrix, layer), exponent in sorted(fitted.items()):
         logger.info("Fitted exponent of %s %s, layer %d: %.3f", block, matrix, layer, exponent)

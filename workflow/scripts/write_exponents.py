@@ -5,20 +5,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the package lives in workflow/
 
-import logging
-
 import pandas as pd
 
 from transformer_curvature import exponents
+from transformer_curvature.jobs import log_to_file
 from transformer_curvature.results_io import atomic_write_bytes, load_results
 
-logging.basicConfig(
-    filename=snakemake.log[0],
-    level=logging.INFO,
-    format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    force=True,
-)
-logger = logging.getLogger("write_exponents")
+logger = log_to_file(snakemake)
 
 analysis = exponents.AnalysisSettings.from_config(snakemake.params.analysis)
 configs = snakemake.params.configs
@@ -30,17 +23,18 @@ grouped = exponents.group_by_config(
 rows = []
 for name, per_seed in grouped.items():
     setting = exponents.BlockSetting.from_config(configs[name])
-    rows += exponents.configuration_rows(name, setting, per_seed, analysis)
+    fit_analysis = analysis.for_grid(configs[name]["sigma_grid"])
+    logger.info("%s: fits over sigma <= %g", name, fit_analysis.fit_max_sigma)
+    rows += exponents.configuration_rows(name, setting, per_seed, fit_analysis)
 
 table = pd.DataFrame(rows, columns=list(exponents.EXPONENT_COLUMNS))
 checked = table["within_tolerance"].notna()
 disagree = table[table["within_tolerance"].map(lambda agrees: agrees is False)]
 logger.info(
-    "%d rows, %d checked against theory (tolerance %g, sigma <= %g): %d agree, %d disagree",
+    "%d rows, %d checked against theory (tolerance %g): %d agree, %d disagree",
     len(table),
     int(checked.sum()),
     analysis.tolerance,
-    analysis.fit_max_sigma,
     int(checked.sum()) - len(disagree),
     len(disagree),
 )

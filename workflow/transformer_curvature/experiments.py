@@ -134,6 +134,12 @@ def check_config(config: dict[str, Any]) -> None:
                 f"sigma_grids.{name}: stop ({grid['stop']}) must be greater than "
                 f"start ({grid['start']})."
             )
+    for grid in config["analysis"].get("fit_max_sigma_by_grid", {}):
+        if grid not in grids:
+            raise ConfigError(
+                f"analysis.fit_max_sigma_by_grid: unknown sigma grid {grid!r}; "
+                f"known grids (sigma_grids): {grids}."
+            )
     blocks = config["growth"]["blocks"]
     if len(set(blocks)) != len(blocks):
         raise ConfigError(f"growth.blocks: {blocks} lists a block twice.")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -67,6 +67,8 @@ class AnalysisSettings:
     """Resamples of the seeds for the standard error of a fit."""
     bootstrap_seed: int
     """Seed of the bootstrap's random generator."""
+    fit_max_sigma_by_grid: Mapping[str, float] = field(default_factory=dict)
+    """Per sigma grid name, a `fit_max_sigma` that replaces the default for that grid."""
 
     @classmethod
     def from_config(cls, analysis: Mapping[str, Any]) -> AnalysisSettings:
@@ -78,7 +80,15 @@ class AnalysisSettings:
             zero_threshold=float(analysis["zero_threshold"]),
             bootstrap_resamples=int(analysis["bootstrap"]["resamples"]),
             bootstrap_seed=int(analysis["bootstrap"]["seed"]),
+            fit_max_sigma_by_grid={
+                str(grid): float(value)
+                for grid, value in analysis.get("fit_max_sigma_by_grid", {}).items()
+            },
         )
+
+    def for_grid(self, grid: str) -> AnalysisSettings:
+        """Return these settings with the fit range of sigma grid `grid`."""
+        return replace(self, fit_max_sigma=self.fit_max_sigma_by_grid.get(grid, self.fit_max_sigma))
 
 
 @dataclass(frozen=True)

@@ -474,8 +474,15 @@ def plot_growth(
         _save_pdf(figure, output_path, config_name)
 
 
-def build_mlp_growth_figure(results_mlp: LayerResults, sigmas: Sequence[float]) -> Figure:
+def build_mlp_growth_figure(
+    results_mlp: LayerResults,
+    sigmas: Sequence[float],
+    fitted: Sequence[float | None] | None = None,
+) -> Figure:
     """Build the MLP baseline's figure: ``||H||_F`` per layer against sigma, log-log.
+
+    `fitted` holds an optional fitted exponent per layer (None where there is
+    no fit); the panel lists them beside the guide lines.
 
     Raises:
         ValueError: If the layers are not 0..L-1 or a repeat has the wrong length.
@@ -494,6 +501,7 @@ def build_mlp_growth_figure(results_mlp: LayerResults, sigmas: Sequence[float]) 
         skipped = _draw_growth_panel(
             ax, results_mlp, sigma_array, BLOCK_COLORS["mlp"], exponents, log_axes=True
         )
+        _annotate_fits(ax, [fit for fit in fitted or () if fit is not None])
         ax.set_title(MATRIX_TITLES["H"])
         ax.set_xlabel(r"$\sigma$")
         ax.set_ylabel(NORM_LABEL)
@@ -503,11 +511,14 @@ def build_mlp_growth_figure(results_mlp: LayerResults, sigmas: Sequence[float]) 
 
 
 def plot_mlp_growth(
-    results_mlp: LayerResults, sigmas: Sequence[float], output_path: str | os.PathLike
+    results_mlp: LayerResults,
+    sigmas: Sequence[float],
+    output_path: str | os.PathLike,
+    fitted: Sequence[float | None] | None = None,
 ) -> None:
-    """Build the MLP baseline's growth figure and save it as a PDF."""
+    """Build the MLP baseline's growth figure, as `build_mlp_growth_figure`, and save it as a PDF."""
     with _style(font_size=16):
-        figure = build_mlp_growth_figure(results_mlp, sigmas)
+        figure = build_mlp_growth_figure(results_mlp, sigmas, fitted)
         _save_pdf(figure, output_path, f"MLP, {len(results_mlp)} layers")
 
 
