@@ -33,8 +33,9 @@ def run_collect(tmp_path: Path, results: list[dict]) -> Path:
     iocontainers = pytest.importorskip("snakemake.iocontainers")
     seed_paths = []
     for result in results:
-        path = tmp_path / f"seed={result['seed']}.pickle"
-        save_results(path, result)
+        path = tmp_path / result["config"] / f"seed={result['seed']}.pickle"
+        if not path.exists():  # a test may have put another file there
+            save_results(path, result)
         seed_paths.append(str(path))
     names = ("frob_q", "frob_q_outer", "frob_q_func", "frob_v", "frob_v_outer", "frob_v_func")
     log = tmp_path / "collect.log"
@@ -101,3 +102,11 @@ def test_mismatched_config_rejected(tmp_path):
     other = seed_result(1235, config="another_config")
     with pytest.raises(ValueError, match=r"config is 'another_config'.*Delete the stale file"):
         run_collect(tmp_path, [seed_result(1234), other])
+
+
+def test_copied_seed_file_rejected(tmp_path):
+    # seed=1234.pickle holds a copy of seed 1235's result, as after a stray cp.
+    save_results(tmp_path / "test_config" / "seed=1234.pickle", seed_result(1235))
+    with pytest.raises(ValueError, match=r"seed=1234\.pickle: holds configuration 'test_config', seed 1235"):
+        run_collect(tmp_path, [seed_result(1234), seed_result(1235)])
+    assert not (tmp_path / "frob_q.pickle").exists()

@@ -129,6 +129,12 @@ BAD_CONFIGS = [
      ["growth.exact_max_size:", "8 is smaller", "raise exact_max_size to 48", "'hutchinson'"]),
     ("fit_range_of_unknown_grid", {"analysis": {"fit_max_sigma_by_grid": {"logarithmic": 0.1}}},
      ["analysis.fit_max_sigma_by_grid:", "'logarithmic'", "'linear', 'linear_short', 'log', 'log_short'"]),
+    ("huge_d_model", growth(d_model=1_000_000_000),
+     ["growth.d_model:", "1000000000 is too large", "maximum is 4096"]),
+    ("huge_repeats", growth(repeats=100_000_000),
+     ["growth.repeats:", "100000000 is too large", "maximum is 1000"]),
+    ("huge_dense_d_model", {"dense": {"d_model": 100_000}},
+     ["dense.d_model:", "100000 is too large", "maximum is 64"]),
     ("negative_fit_range_of_grid", {"analysis": {"fit_max_sigma_by_grid": {"log": -0.1}}},
      ["analysis.fit_max_sigma_by_grid.log:", "-0.1", "greater than 0"]),
 ]

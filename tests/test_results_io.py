@@ -16,11 +16,13 @@ import pytest
 
 from transformer_curvature import results_io
 from transformer_curvature.results_io import (
+    DamagedResultError,
     ResultWriteError,
     UnsafeResultError,
     atomic_write_bytes,
     check_output_dir,
     load_results,
+    load_seed_result,
     save_results,
 )
 
@@ -117,6 +119,62 @@ def test_arbitrary_class_rejected(tmp_path):
         load_results(path)
 
 
+@pytest.mark.parametrize("size", [0, 1, 40])
+def test_truncated_file_names_path(tmp_path, size):
+    path = tmp_path / "seed=1.pickle"
+    save_results(path, {"norms": np.arange(100.0)})
+    path.write_bytes(path.read_bytes()[:size])
+    with pytest.raises(DamagedResultError, match=r"seed=1\.pickle: damaged result file") as error:
+        load_results(path)
+    assert "Delete it and rerun" in str(error.value)
+
+
+def seed_result(config="cfg", seed=7):
+    """Return a minimal per-seed growth result."""
+    return {
+        "config": config,
+        "seed": seed,
+        "sigmas": np.array([0.1, 1.0]),
+        "num_layers": 1,
+        "norms": {"query": {"H": np.ones((1, 2))}},
+    }
+
+
+def test_seed_result_loads_at_its_path(tmp_path):
+    path = tmp_path / "cfg" / "seed=7.pickle"
+    save_results(path, seed_result())
+    assert load_seed_result(path)["seed"] == 7
+
+
+@pytest.mark.parametrize(
+    ("folder", "name", "expected"),
+    [
+        ("cfg", "seed=8.pickle", "which belong in cfg/seed=7.pickle"),
+        ("other", "seed=7.pickle", "configuration 'cfg', seed 7"),
+    ],
+)
+def test_seed_result_at_wrong_path_rejected(tmp_path, folder, name, expected):
+    path = tmp_path / folder / name
+    save_results(path, seed_result())
+    with pytest.raises(DamagedResultError, match=expected) as error:
+        load_seed_result(path)
+    assert str(path) in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ({"a": 1}, r"lacks the keys \['config', 'seed'"),
+        ([1, 2], "holds list, not a per-seed result"),
+    ],
+)
+def test_seed_result_without_keys_rejected(tmp_path, content, expected):
+    path = tmp_path / "cfg" / "seed=7.pickle"
+    save_results(path, content)
+    with pytest.raises(DamagedResultError, match=expected):
+        load_seed_result(path)
+
+
 def test_object_array_elements_checked(tmp_path):
     marker = tmp_path / "code_ran"
     array = np.empty(1, dtype=object)
@@ -143,8 +201,16 @@ def unsafe_loads(source: Path, root: Path = REPO) -> list[str]:
         name = ast.unparse(node.func)
         keywords = {keyword.arg: keyword.value for keyword in node.keywords}
         where = f"{source.relative_to(root)}:{node.lineno}: {name}"
-        if name in {"pickle.load", "pickle.loads", "pickle.Unpickler", "torch.load",
-                    "pd.read_pickle", "pandas.read_pickle", "joblib.load", "dill.load"}:
+        if name in {
+            "pickle.load",
+            "pickle.loads",
+            "pickle.Unpickler",
+            "torch.load",
+            "pd.read_pickle",
+            "pandas.read_pickle",
+            "joblib.load",
+            "dill.load",
+        }:
             if source.name != "results_io.py":
                 problems.append(where)
         elif name in {"np.load", "numpy.load"}:

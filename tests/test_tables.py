@@ -200,6 +200,17 @@ def test_exponent_table_fit_range_per_grid(tmp_path, by_grid, num_sigmas):
     assert f"{MLP.name}: fits over sigma <= {fit_max:g}" in log.read_text()
 
 
+def test_exponent_table_warns_without_fits(tmp_path):
+    seeds = write_seed_results(tmp_path / "growth")
+    analysis = ANALYSIS | {"fit_max_sigma_by_grid": {"log": 0.02}}  # two sigmas, 0.01 and 0.014
+    _, log = run_table_script(
+        "write_exponents", tmp_path, seeds, {"analysis": analysis, "configs": config_fields()}
+    )
+    warning = f"{SOFTMAX.name}: 2 of its sigmas are <= 0.02, fewer than min_fit_sigmas (4)"
+    assert warning in log.read_text()
+    assert "raise analysis.fit_max_sigma_by_grid.log" in log.read_text()
+
+
 def test_exponent_script_rejects_missing_configuration(tmp_path):
     seeds = write_seed_results(tmp_path / "growth")
     fields = config_fields() | {"missing": dict(vars(MLP))}

@@ -19,7 +19,7 @@ import numpy as np
 
 from transformer_curvature.experiments import BLOCK_LETTERS, MATRIX_SUFFIXES
 from transformer_curvature.jobs import log_to_file
-from transformer_curvature.results_io import load_results, save_results
+from transformer_curvature.results_io import load_seed_result, save_results
 
 logger = log_to_file(snakemake)
 
@@ -63,7 +63,7 @@ def nonfinite_mask(layout: dict[int, dict[int, list[float]]]) -> np.ndarray:
 
 
 seed_paths = [str(path) for path in snakemake.input.seeds]
-loaded = [(load_results(path), path) for path in seed_paths]
+loaded = [(load_seed_result(path), path) for path in seed_paths]
 loaded.sort(key=lambda pair: pair[0]["seed"])
 per_seed = [result for result, _ in loaded]
 check_consistent(per_seed, [path for _, path in loaded])

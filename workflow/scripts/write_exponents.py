@@ -9,7 +9,7 @@ import pandas as pd
 
 from transformer_curvature import exponents
 from transformer_curvature.jobs import log_to_file
-from transformer_curvature.results_io import atomic_write_bytes, load_results
+from transformer_curvature.results_io import atomic_write_bytes, load_seed_result
 
 logger = log_to_file(snakemake)
 
@@ -17,14 +17,26 @@ analysis = exponents.AnalysisSettings.from_config(snakemake.params.analysis)
 configs = snakemake.params.configs
 logger.info("Loading %d per-seed results", len(snakemake.input.seeds))
 grouped = exponents.group_by_config(
-    [load_results(path) for path in snakemake.input.seeds], list(configs)
+    [load_seed_result(path) for path in snakemake.input.seeds], list(configs)
 )
 
 rows = []
 for name, per_seed in grouped.items():
     setting = exponents.BlockSetting.from_config(configs[name])
-    fit_analysis = analysis.for_grid(configs[name]["sigma_grid"])
+    grid = configs[name]["sigma_grid"]
+    fit_analysis = analysis.for_grid(grid)
     logger.info("%s: fits over sigma <= %g", name, fit_analysis.fit_max_sigma)
+    in_range = sum(sigma <= fit_analysis.fit_max_sigma for sigma in per_seed[0]["sigmas"])
+    if in_range < analysis.min_fit_sigmas:
+        logger.warning(
+            "%s: %d of its sigmas are <= %g, fewer than min_fit_sigmas (%d), so none of its "
+            "exponents is fitted. To fit it, raise analysis.fit_max_sigma_by_grid.%s.",
+            name,
+            in_range,
+            fit_analysis.fit_max_sigma,
+            analysis.min_fit_sigmas,
+            grid,
+        )
     rows += exponents.configuration_rows(name, setting, per_seed, fit_analysis)
 
 table = pd.DataFrame(rows, columns=list(exponents.EXPONENT_COLUMNS))

@@ -9,13 +9,13 @@ import pandas as pd
 
 from transformer_curvature import exponents
 from transformer_curvature.jobs import log_to_file
-from transformer_curvature.results_io import atomic_write_bytes, load_results
+from transformer_curvature.results_io import atomic_write_bytes, load_seed_result
 
 logger = log_to_file(snakemake)
 
 logger.info("Loading %d per-seed results", len(snakemake.input.seeds))
 grouped = exponents.group_by_config(
-    [load_results(path) for path in snakemake.input.seeds], snakemake.params.configs
+    [load_seed_result(path) for path in snakemake.input.seeds], snakemake.params.configs
 )
 rows = [row for per_seed in grouped.values() for row in exponents.norm_rows(per_seed)]
 table = pd.DataFrame(rows, columns=list(exponents.NORM_COLUMNS))

@@ -307,7 +307,8 @@ def config_errors(config: Mapping[str, Any], schema: dict[str, Any]) -> list[str
     """Return one line per problem in `config`, schema problems first, sorted by key path."""
     validator = jsonschema.validators.validator_for(schema)(schema)
     schema_errors = validator.iter_errors(config)
-    lines = sorted(line for error in schema_errors for line in describe_error(error, schema))
+    # An error under anyOf or a $ref can be reported once per branch: keep one line each.
+    lines = sorted({line for error in schema_errors for line in describe_error(error, schema)})
     lines += _nonfinite_errors(config)
     if not lines:
         lines += _exact_size_errors(config)

@@ -61,15 +61,17 @@ _WRITE_ADVICE = {
     "user, or run the workflow from another directory (snakemake --directory).",
     errno.EROFS: "The file system is read-only: run the workflow from a "
     "writable directory (snakemake --directory).",
-    errno.ENOTDIR: "A component of the path is a file, not a folder: move that "
-    "file away.",
-    errno.EEXIST: "A component of the path is a file, not a folder: move that "
-    "file away.",
+    errno.ENOTDIR: "A component of the path is a file, not a folder: move that " "file away.",
+    errno.EEXIST: "A component of the path is a file, not a folder: move that " "file away.",
 }
 
 
 class UnsafeResultError(pickle.UnpicklingError):
     """A result file refers to a Python object other than plain data."""
+
+
+class DamagedResultError(ValueError):
+    """A result file is truncated, corrupt, or lacks what its reader needs."""
 
 
 class ResultWriteError(OSError):
@@ -108,9 +110,52 @@ def load_results(path: str | os.PathLike) -> Any:
     Raises:
         UnsafeResultError: If the file refers to another Python object. The
             object is not built, so no code from the file runs.
+        DamagedResultError: If the file is truncated or is not a pickle.
     """
     with open(path, "rb") as handle:
-        return _PlainDataUnpickler(handle, str(path)).load()
+        try:
+            return _PlainDataUnpickler(handle, str(path)).load()
+        except UnsafeResultError:
+            raise
+        except (pickle.UnpicklingError, EOFError, ValueError, IndexError) as error:
+            raise DamagedResultError(
+                f"{path}: damaged result file ({type(error).__name__}: {error}). "
+                "Delete it and rerun the rule that writes it."
+            ) from error
+
+
+# What every per-seed growth result contains.
+_SEED_RESULT_KEYS = ("config", "seed", "sigmas", "num_layers", "norms")
+
+
+def load_seed_result(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a per-seed growth result and check it against its path.
+
+    The path must be ``.../<config>/seed=<seed>.pickle`` for the configuration
+    and seed stored in the file, so that a file copied or moved to another
+    seed's or configuration's place is not counted twice.
+
+    Raises:
+        DamagedResultError: If the file is damaged, lacks a key, or belongs to
+            another configuration or seed than its path says.
+    """
+    path = Path(path)
+    result = load_results(path)
+    advice = "Delete it and rerun the growth job that writes it."
+    if not isinstance(result, dict):
+        raise DamagedResultError(
+            f"{path}: holds {type(result).__name__}, not a per-seed result (a dict). {advice}"
+        )
+    missing = [key for key in _SEED_RESULT_KEYS if key not in result]
+    if missing:
+        raise DamagedResultError(f"{path}: lacks the keys {missing} of a per-seed result. {advice}")
+    expected_name = f"seed={result['seed']}.pickle"
+    if path.name != expected_name or path.parent.name != result["config"]:
+        raise DamagedResultError(
+            f"{path}: holds configuration {result['config']!r}, seed {result['seed']}, "
+            f"which belong in {result['config']}/{expected_name}. {advice}"
+        )
+    return result
 
 
 def _write_error(path: Path, error: OSError) -> ResultWriteError:
@@ -129,9 +174,7 @@ def _remove_stale_partials(path: Path) -> None:
     Snakemake runs one job per output path at a time, so no temporary file of
     `path` belongs to a live writer when a new write starts.
     """
-    pattern = re.compile(
-        rf"\.{re.escape(path.name)}\.{_RANDOM_PART}{re.escape(_PARTIAL_SUFFIX)}"
-    )
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.{_RANDOM_PART}{re.escape(_PARTIAL_SUFFIX)}")
     for candidate in path.parent.glob(f".{path.name}.*{_PARTIAL_SUFFIX}"):
         if pattern.fullmatch(candidate.name):
             candidate.unlink(missing_ok=True)
