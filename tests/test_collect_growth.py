@@ -105,8 +105,8 @@ def test_mismatched_config_rejected(tmp_path):
 
 
 def test_copied_seed_file_rejected(tmp_path):
-    # seed=1234.pickle holds a copy of seed 1235's result, as after a stray cp.
+    # seed=1234.pickle contains a copy of seed 1235's result, as after a stray cp.
     save_results(tmp_path / "test_config" / "seed=1234.pickle", seed_result(1235))
-    with pytest.raises(ValueError, match=r"seed=1234\.pickle: holds configuration 'test_config', seed 1235"):
+    with pytest.raises(ValueError, match=r"seed=1234\.pickle: contains configuration 'test_config', seed 1235"):
         run_collect(tmp_path, [seed_result(1234), seed_result(1235)])
     assert not (tmp_path / "frob_q.pickle").exists()

@@ -165,7 +165,7 @@ def test_seed_result_at_wrong_path_rejected(tmp_path, folder, name, expected):
     ("content", "expected"),
     [
         ({"a": 1}, r"lacks the keys \['config', 'seed'"),
-        ([1, 2], "holds list, not a per-seed result"),
+        ([1, 2], "contains list, not a per-seed result"),
     ],
 )
 def test_seed_result_without_keys_rejected(tmp_path, content, expected):

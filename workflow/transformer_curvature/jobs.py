@@ -11,7 +11,7 @@ from typing import Any
 
 
 def log_to_file(snakemake: Any) -> logging.Logger:
-    """Send logging and warnings to the job's log file; return the rule's logger."""
+    """Send logging and warnings to the job's log file and return the rule's logger."""
     logging.basicConfig(
         filename=snakemake.log[0],
         level=logging.INFO,

@@ -124,7 +124,7 @@ def load_results(path: str | os.PathLike) -> Any:
             ) from error
 
 
-# What every per-seed growth result contains.
+# Keys of every per-seed growth result.
 _SEED_RESULT_KEYS = ("config", "seed", "sigmas", "num_layers", "norms")
 
 
@@ -137,14 +137,14 @@ def load_seed_result(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
         DamagedResultError: If the file is damaged, lacks a key, or belongs to
-            another configuration or seed than its path says.
+            another configuration or seed than its path names.
     """
     path = Path(path)
     result = load_results(path)
     advice = "Delete it and rerun the growth job that writes it."
     if not isinstance(result, dict):
         raise DamagedResultError(
-            f"{path}: holds {type(result).__name__}, not a per-seed result (a dict). {advice}"
+            f"{path}: contains {type(result).__name__}, not a per-seed result (a dict). {advice}"
         )
     missing = [key for key in _SEED_RESULT_KEYS if key not in result]
     if missing:
@@ -152,7 +152,7 @@ def load_seed_result(path: str | os.PathLike) -> dict[str, Any]:
     expected_name = f"seed={result['seed']}.pickle"
     if path.name != expected_name or path.parent.name != result["config"]:
         raise DamagedResultError(
-            f"{path}: holds configuration {result['config']!r}, seed {result['seed']}, "
+            f"{path}: contains configuration {result['config']!r}, seed {result['seed']}, "
             f"which belong in {result['config']}/{expected_name}. {advice}"
         )
     return result
