@@ -7,16 +7,19 @@ they copy the workflow into a temporary folder and run there.
 from __future__ import annotations
 
 import os
+import runpy
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = REPO / "workflow" / "scripts"
 
 # What a run of the workflow reads; results/, figures/ and .snakemake/ stay behind.
 WORKFLOW_PATHS = ("Snakefile", "config.yaml", "presets", "profiles", "workflow", "envs")
@@ -88,6 +91,52 @@ def write_config(workdir: Path, name: str, overrides: dict) -> str:
     """Write a config file of `overrides` into `workdir` and return its name for --configfile."""
     (workdir / name).write_text(yaml.safe_dump(overrides, sort_keys=False))
     return name
+
+
+def run_job_script(
+    script: str,
+    *,
+    inputs: dict[str, Any],
+    outputs: dict[str, Path],
+    log: Path,
+    params: dict[str, Any] | None = None,
+    rule: str | None = None,
+) -> None:
+    """Run ``workflow/scripts/<script>.py`` with Snakemake's own job containers as `snakemake`.
+
+    Each input is a path, or a list of paths that the script reads as one
+    named list (as Snakemake passes ``seeds=[...]``). `rule` defaults to `script`.
+    """
+    iocontainers = pytest.importorskip("snakemake.iocontainers")
+    files: list[str] = []
+    names = []
+    for name, value in inputs.items():
+        start = len(files)
+        if isinstance(value, (list, tuple)):
+            files += [str(path) for path in value]
+            names.append((name, start, len(files)))
+        else:
+            files.append(str(value))
+            names.append((name, start, None))
+    input_files = iocontainers.InputFiles(toclone=files)
+    for name, start, end in names:
+        input_files._set_name(name, start, end)
+    job = iocontainers.Snakemake(
+        input_=input_files,
+        output=iocontainers.OutputFiles(fromdict={key: str(path) for key, path in outputs.items()}),
+        params=iocontainers.Params(fromdict=params or {}),
+        wildcards=iocontainers.Wildcards(),
+        threads=1,
+        resources=iocontainers.ResourceList(),
+        log=iocontainers.Log(fromdict={"log": str(log)}),
+        config={},
+        rulename=rule or script,
+        bench_iteration=None,
+        scriptdir=str(SCRIPTS),
+    )
+    runpy.run_path(
+        str(SCRIPTS / f"{script}.py"), init_globals={"snakemake": job}, run_name="__main__"
+    )
 
 
 @pytest.fixture

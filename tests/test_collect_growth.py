@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import runpy
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import run_job_script
+
 from transformer_curvature.results_io import load_results, save_results
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "workflow" / "scripts"
+
 SIGMAS = np.array([0.1, 1.0, 10.0])
 MATRICES = ("H", "H_o", "H_f")
 
@@ -30,7 +31,6 @@ def seed_result(seed: int, sigmas=SIGMAS, config: str = "test_config", bad: dict
 
 def run_collect(tmp_path: Path, results: list[dict]) -> Path:
     """Write per-seed files, run collect_growth.py on them, and return its log."""
-    iocontainers = pytest.importorskip("snakemake.iocontainers")
     seed_paths = []
     for result in results:
         path = tmp_path / result["config"] / f"seed={result['seed']}.pickle"
@@ -39,22 +39,13 @@ def run_collect(tmp_path: Path, results: list[dict]) -> Path:
         seed_paths.append(str(path))
     names = ("frob_q", "frob_q_outer", "frob_q_func", "frob_v", "frob_v_outer", "frob_v_func")
     log = tmp_path / "collect.log"
-    inputs = iocontainers.InputFiles(toclone=seed_paths)
-    inputs._set_name("seeds", 0, end=len(seed_paths))  # as Snakemake names a list input
-    job = iocontainers.Snakemake(
-        input_=inputs,
-        output=iocontainers.OutputFiles(fromdict={name: str(tmp_path / f"{name}.pickle") for name in names}),
-        params=iocontainers.Params(),
-        wildcards=iocontainers.Wildcards(),
-        threads=1,
-        resources=iocontainers.ResourceList(),
-        log=iocontainers.Log(fromdict={"log": str(log)}),
-        config={},
-        rulename="collect_attention_growth",
-        bench_iteration=None,
-        scriptdir=str(SCRIPTS),
+    run_job_script(
+        "collect_growth",
+        inputs={"seeds": seed_paths},
+        outputs={name: tmp_path / f"{name}.pickle" for name in names},
+        log=log,
+        rule="collect_attention_growth",
     )
-    runpy.run_path(str(SCRIPTS / "collect_growth.py"), init_globals={"snakemake": job}, run_name="__main__")
     return log
 
 

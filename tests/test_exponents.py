@@ -1,11 +1,11 @@
 """Exponent fits against synthetic curves with known exponents and hand-computed slopes."""
 
 import math
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import run_job_script
 
 from transformer_curvature import exponents
 from transformer_curvature.results_io import save_results
@@ -377,7 +377,6 @@ def test_settings_fit_range_per_grid():
 
 def test_plot_growth_script_writes_fits(tmp_path):
     """The growth figure's script fits its own results and logs the fits it draws."""
-    iocontainers = pytest.importorskip("snakemake.iocontainers")
     per_seed = per_seed_results(SOFTMAX_TWO_LAYERS, LOG_GRID, softmax_curves())
     letters = {"query": "q", "value": "v"}
     suffixes = {"H": "", "H_o": "_outer", "H_f": "_func"}
@@ -406,30 +405,13 @@ def test_plot_growth_script_writes_fits(tmp_path):
     )
     log = tmp_path / "plot_growth.log"
     output = tmp_path / "growth.pdf"
-    scripts = Path(__file__).resolve().parent.parent / "workflow" / "scripts"
-    job = iocontainers.Snakemake(
-        input_=iocontainers.InputFiles(fromdict=inputs),
-        output=iocontainers.OutputFiles(fromdict={"figure": str(output)}),
-        params=iocontainers.Params(
-            fromdict={
-                "sigmas": list(LOG_GRID),
-                "log_axes": True,
-                "config": config | {"name": "test"},
-                "analysis": analysis,
-            }
-        ),
-        wildcards=iocontainers.Wildcards(),
-        threads=1,
-        resources=iocontainers.ResourceList(),
-        log=iocontainers.Log(fromdict={"log": str(log)}),
-        config={},
-        rulename="plot_growth",
-        bench_iteration=None,
-        scriptdir=str(scripts),
-    )
-    runpy.run_path(
-        str(scripts / "plot_growth.py"), init_globals={"snakemake": job}, run_name="__main__"
-    )
+    params = {
+        "sigmas": list(LOG_GRID),
+        "log_axes": True,
+        "config": config | {"name": "test"},
+        "analysis": analysis,
+    }
+    run_job_script("plot_growth", inputs=inputs, outputs={"figure": output}, log=log, params=params)
 
     assert output.read_bytes().startswith(b"%PDF")
     text = log.read_text()

@@ -1,18 +1,17 @@
 """Figures: layout, plotted values against hand-computed ones, and the PDFs they write."""
 
 import math
-import runpy
-from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.container import ErrorbarContainer
 
+from conftest import run_job_script
+
 from transformer_curvature import plotting
 from transformer_curvature.results_io import save_arrays, save_results
 
 SIGMAS = [0.1, 1.0, 10.0]
-SCRIPTS = Path(__file__).resolve().parent.parent / "workflow" / "scripts"
 
 
 def layer_results(num_layers=1, num_repeats=2, exponent=2.0, sigmas=SIGMAS):
@@ -400,25 +399,9 @@ def test_histograms_pdf_written(tmp_path):
 
 
 def run_script(name, tmp_path, inputs, params, output):
-    """Run a plotting script with snakemake's own containers standing in for a job."""
-    iocontainers = pytest.importorskip("snakemake.iocontainers")
+    """Run a plotting script as a job and return its log."""
     log = tmp_path / f"{name}.log"
-    job = iocontainers.Snakemake(
-        input_=iocontainers.InputFiles(fromdict={key: str(path) for key, path in inputs.items()}),
-        output=iocontainers.OutputFiles(fromdict={"figure": str(output)}),
-        params=iocontainers.Params(fromdict=params),
-        wildcards=iocontainers.Wildcards(),
-        threads=1,
-        resources=iocontainers.ResourceList(),
-        log=iocontainers.Log(fromdict={"log": str(log)}),
-        config={},
-        rulename=name,
-        bench_iteration=None,
-        scriptdir=str(SCRIPTS),
-    )
-    runpy.run_path(
-        str(SCRIPTS / f"{name}.py"), init_globals={"snakemake": job}, run_name="__main__"
-    )
+    run_job_script(name, inputs=inputs, outputs={"figure": output}, log=log, params=params)
     return log
 
 

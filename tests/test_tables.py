@@ -4,18 +4,17 @@ The workflow test runs the tiny preset with all four attention blocks in a
 temporary copy of the workflow, then builds the Snakemake report from it.
 """
 
-import runpy
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import run_job_script
+
 from transformer_curvature.experiments import GrowthConfig
 from transformer_curvature.results_io import save_results
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "workflow" / "scripts"
 SIGMAS = np.logspace(-2, 1, 20)
 ANALYSIS = {
     "fit_max_sigma": 0.3,
@@ -69,28 +68,10 @@ def write_seed_results(folder):
 
 
 def run_table_script(name, tmp_path, seeds, params):
-    """Run a table script with snakemake's own containers standing in for a job."""
-    iocontainers = pytest.importorskip("snakemake.iocontainers")
+    """Run a table script as a job on the per-seed files `seeds`; return its table and log."""
     output = tmp_path / f"{name}.tsv"
     log = tmp_path / f"{name}.log"
-    inputs = iocontainers.InputFiles(toclone=[str(path) for path in seeds])
-    inputs._set_name("seeds", 0, len(seeds))  # a named list of files, as Snakemake builds it
-    job = iocontainers.Snakemake(
-        input_=inputs,
-        output=iocontainers.OutputFiles(fromdict={"table": str(output)}),
-        params=iocontainers.Params(fromdict=params),
-        wildcards=iocontainers.Wildcards(),
-        threads=1,
-        resources=iocontainers.ResourceList(),
-        log=iocontainers.Log(fromdict={"log": str(log)}),
-        config={},
-        rulename=name,
-        bench_iteration=None,
-        scriptdir=str(SCRIPTS),
-    )
-    runpy.run_path(
-        str(SCRIPTS / f"{name}.py"), init_globals={"snakemake": job}, run_name="__main__"
-    )
+    run_job_script(name, inputs={"seeds": seeds}, outputs={"table": output}, log=log, params=params)
     return output, log
 
 

@@ -61,8 +61,8 @@ _WRITE_ADVICE = {
     "user, or run the workflow from another directory (snakemake --directory).",
     errno.EROFS: "The file system is read-only: run the workflow from a "
     "writable directory (snakemake --directory).",
-    errno.ENOTDIR: "A component of the path is a file, not a folder: move that " "file away.",
-    errno.EEXIST: "A component of the path is a file, not a folder: move that " "file away.",
+    errno.ENOTDIR: "A component of the path is a file, not a folder: move that file away.",
+    errno.EEXIST: "A component of the path is a file, not a folder: move that file away.",
 }
 
 
