@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call
+from torch.func import functional_call, grad, jacfwd, jvp, vmap
 
 from transformer_curvature import curvature
 from transformer_curvature.data import as_curvlinops_data, make_addition_batches
@@ -14,11 +14,15 @@ BATCHES = make_addition_batches(batch_size=3, num_batches=2, seed=4)
 
 
 def reference_blocks(model, loss_func, name, batches):
-    """Dense H and GGN of one weight, from torch.autograd.functional, over all batches."""
-    weight = dict(model.named_parameters())[name].detach().clone()
+    """Return the dense ``H`` and GGN ``[n, n]`` of one weight, summed over all batches.
+
+    ``H`` from `torch.autograd.functional.hessian`, the GGN as an explicit
+    ``J^T H_loss J`` (torch.func), each batch weighted as curvlinops weights it.
+    """
+    weight = dict(model.named_parameters())[name].detach()
     num_data = sum(len(batch) for batch in batches)
-    hessian = torch.zeros(weight.numel(), weight.numel(), dtype=torch.float64)
-    ggn = torch.zeros_like(hessian)
+    hessian_total = torch.zeros(weight.numel(), weight.numel(), dtype=torch.float64)
+    ggn_total = torch.zeros_like(hessian_total)
     for batch in batches:
         tokens = torch.as_tensor(batch)
         factor = len(batch) / num_data if loss_func.reduction == "mean" else 1.0
@@ -26,21 +30,18 @@ def reference_blocks(model, loss_func, name, batches):
         def logits_of(w):
             return functional_call(model, {name: w}, (tokens,))
 
-        def loss_of(w):
-            return loss_func(logits_of(w), tokens)
+        def loss_of_logits(logits):
+            return loss_func(logits, tokens)
 
-        hessian += factor * torch.autograd.functional.hessian(loss_of, weight).reshape(
-            weight.numel(), weight.numel()
-        )
-        logits = logits_of(weight).detach()
-        jacobian = torch.autograd.functional.jacobian(logits_of, weight).reshape(
-            logits.numel(), weight.numel()
-        )
-        loss_hessian = torch.autograd.functional.hessian(
-            lambda out: loss_func(out, tokens), logits
-        ).reshape(logits.numel(), logits.numel())
-        ggn += factor * jacobian.T @ loss_hessian.double() @ jacobian
-    return hessian, ggn
+        hessian_total += factor * torch.autograd.functional.hessian(
+            lambda w: loss_of_logits(logits_of(w)), weight
+        ).reshape(weight.numel(), -1)
+        logits = logits_of(weight)
+        jacobian = jacfwd(logits_of)(weight).reshape(logits.numel(), -1)  # [outputs, n]
+        tangents = jacobian.T.reshape(-1, *logits.shape)
+        loss_curvature = vmap(lambda t: jvp(grad(loss_of_logits), (logits,), (t,))[1])(tangents)
+        ggn_total += factor * jacobian.T @ loss_curvature.reshape(weight.numel(), -1).T
+    return hessian_total, ggn_total
 
 
 def frobenius(matrix):

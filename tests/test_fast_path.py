@@ -3,8 +3,8 @@
 References:
 - the HookedTransformer's own logits for the split forward pass;
 - `torch.autograd.functional.jacobian` for the head's Jacobian blocks;
-- dense Hessians and GGNs of the whole model from torch.func (`dense_blocks`:
-  ``H`` by forward-over-reverse, the GGN as an explicit ``J^T H_loss J``,
+- dense Hessians and GGNs of one weight of the whole model
+  (`test_curvature.reference_blocks`: the GGN as an explicit ``J^T H_loss J``,
   summed over the batches with curvlinops' weights) and curvlinops operators
   for the products;
 - the notebook's method (bench/notebook_method.py: fresh operators, separate
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call, grad, hessian, jacfwd, jvp, vmap
+from torch.func import functional_call, hessian
 
-from test_curvature import scaled_embeddings
+from test_curvature import reference_blocks, scaled_embeddings
 from transformer_curvature import curvature
 from transformer_curvature.data import as_curvlinops_data, make_addition_batches
 from transformer_curvature.experiments import GrowthConfig
@@ -55,33 +55,6 @@ VARIANTS = [
     pytest.param(TransformerSettings(1, 4, residual_scaling=0.0), "ce", id="softmax-s0-ce"),
 ]
 WEIGHTS = ("W_Q", "W_K", "W_V", "W_O")
-
-
-def dense_blocks(model, loss_func, name, batches):
-    """Dense ``H`` and GGN ``[n, n]`` of one weight of the full model, over all batches."""
-    weight = dict(model.named_parameters())[name].detach()
-    num_data = sum(len(batch) for batch in batches)
-    hessian_sum = torch.zeros(weight.numel(), weight.numel(), dtype=torch.float64)
-    ggn_sum = torch.zeros_like(hessian_sum)
-    for batch in batches:
-        tokens = torch.as_tensor(batch)
-        factor = len(batch) / num_data if loss_func.reduction == "mean" else 1.0
-
-        def logits_of(w):
-            return functional_call(model, {name: w}, (tokens,))
-
-        def loss_of_logits(logits):
-            return loss_func(logits, tokens)
-
-        hessian_sum += factor * hessian(lambda w: loss_of_logits(logits_of(w)))(weight).reshape(
-            weight.numel(), -1
-        )
-        logits = logits_of(weight)
-        jacobian = jacfwd(logits_of)(weight).reshape(logits.numel(), -1)  # [outputs, n]
-        tangents = jacobian.T.reshape(-1, *logits.shape)
-        loss_curvature = vmap(lambda t: jvp(grad(loss_of_logits), (logits,), (t,))[1])(tangents)
-        ggn_sum += factor * jacobian.T @ loss_curvature.reshape(weight.numel(), -1).T
-    return hessian_sum, ggn_sum
 
 
 def split_setup(settings, loss_name, seed=2):
@@ -159,7 +132,7 @@ def test_products_match_dense_autograd(settings, loss_name):
             name = f"blocks.{layer}.attn.{weight_name}"
             weight = split.params[name]
             probes = torch.randn(3, *weight.shape, generator=generator, dtype=torch.float64)
-            dense_hessian, dense_ggn = dense_blocks(model, loss_func, name, BATCHES)
+            dense_hessian, dense_ggn = reference_blocks(model, loss_func, name, BATCHES)
             flat = probes.reshape(3, -1).T
 
             hessian_products, ggn_products = curvature.hessian_and_ggn_products(
@@ -213,7 +186,7 @@ def test_chunked_split_norms_match_dense():
     probes = curvature.rademacher_probes(
         16, 10, torch.Generator().manual_seed(7), torch.float64, CPU
     )
-    dense_hessian, dense_ggn = dense_blocks(model, loss_func, name, BATCHES)
+    dense_hessian, dense_ggn = reference_blocks(model, loss_func, name, BATCHES)
 
     estimates = curvature.split_block_norms(split.body_of(name), weight, probes, head, chunk_size=3)
 
